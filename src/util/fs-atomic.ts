@@ -1,0 +1,109 @@
+import { randomBytes } from 'node:crypto';
+import { constants, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { RekeyError, describeForeign } from './errors.js';
+
+export interface AtomicWriteOptions {
+  /** File mode of the result. Applied with fchmod, so the umask cannot widen or narrow it. */
+  mode: number;
+  /** Names the writer in error messages, e.g. "env-file target /etc/app.env". */
+  what?: string;
+}
+
+/**
+ * No reader ever sees a half-written file: write a temp file in the same directory,
+ * fsync it, rename it over the target, fsync the directory.
+ */
+export async function writeFileAtomic(file: string, data: string | Buffer, opts: AtomicWriteOptions): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.rekey-${randomBytes(6).toString('hex')}.tmp`);
+  let handle: fsp.FileHandle | undefined;
+  try {
+    handle = await fsp.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+    await handle.chmod(opts.mode);
+    await handle.writeFile(data);
+    await handle.sync();
+    await handle.close();
+    handle = undefined;
+    await fsp.rename(tmp, file);
+  } catch (e) {
+    if (handle) await handle.close().catch(() => undefined);
+    await fsp.unlink(tmp).catch(() => undefined);
+    throw fsError(e, opts.what ?? file, 'write');
+  }
+  await fsyncDir(dir);
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  let h: fsp.FileHandle | undefined;
+  try {
+    h = await fsp.open(dir, constants.O_RDONLY);
+    await h.sync();
+  } catch {
+    // Some filesystems refuse fsync on a directory; the rename is already done.
+  } finally {
+    await h?.close().catch(() => undefined);
+  }
+}
+
+/** A one-line error for a failed file operation: names the file and the errno, never the data. */
+export function fsError(e: unknown, what: string, op: string): RekeyError {
+  if (e instanceof RekeyError) return e;
+  const code = (e as { code?: string } | null)?.code;
+  const hint: Record<string, string> = {
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    EROFS: 'read-only file system',
+    ENOSPC: 'no space left on device',
+    EDQUOT: 'disk quota exceeded',
+    ENOENT: 'no such file or directory',
+    ENOTDIR: 'a parent is not a directory',
+    EISDIR: 'is a directory',
+  };
+  const reason = (code && hint[code]) ?? describeForeign(e);
+  return new RekeyError('TARGET', `cannot ${op} ${what}: ${reason}${code && hint[code] ? ` (${code})` : ''}`, {
+    cause: e,
+    transient: code === 'EAGAIN' || code === 'EBUSY',
+  });
+}
+
+/** lstat that returns undefined for a missing path. */
+export async function lstatOrUndefined(p: string): Promise<import('node:fs').Stats | undefined> {
+  try {
+    return await fsp.lstat(p);
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+/**
+ * Resolve the path a target writes to. A symlink is refused unless allowed; when allowed,
+ * the write goes to the link's final destination so the link itself survives.
+ */
+export async function resolveTargetPath(file: string, followSymlinks: boolean, what: string): Promise<string> {
+  const st = await lstatOrUndefined(file).catch((e) => {
+    throw fsError(e, what, 'inspect');
+  });
+  if (st?.isSymbolicLink()) {
+    if (!followSymlinks) {
+      throw new RekeyError('TARGET', `${what}: ${file} is a symlink; refusing to write through it (set followSymlinks: true to allow)`);
+    }
+    try {
+      return await fsp.realpath(file);
+    } catch (e) {
+      throw fsError(e, what, 'resolve symlink');
+    }
+  }
+  return file;
+}
+
+/** Read a file, or undefined if it does not exist. */
+export async function readIfExists(file: string): Promise<Buffer | undefined> {
+  try {
+    return await fsp.readFile(file);
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
