@@ -113,9 +113,9 @@ export async function runChild(run: ChildRun): Promise<ChildOutput> {
     throw new RekeyError('OPENSSL_FAILED', `${run.label} failed with exit code ${String(result.exitCode)}${tail}`);
   }
   if (result.failed) {
-    // Exit 0 but execa saw a problem (e.g. EPIPE: the child did not read all of its input).
+    // Exit 0 but execa saw another problem (a stream error); keep only the errno.
     const errno = typeof result.code === 'string' ? result.code : 'an I/O error';
-    throw new RekeyError('OPENSSL_FAILED', `${run.label} exited without reading its input (${errno})`);
+    throw new RekeyError('OPENSSL_FAILED', `${run.label} failed (${errno})`);
   }
   return { stdout: toBuffer(result.stdout), stderr };
 }
