@@ -1,0 +1,8 @@
+import type { Command } from './command.js';
+import { recover, retire } from './maintenance.js';
+import { rotateNow } from './rotate-now.js';
+import { generate, hash, verify } from './tokens.js';
+import { validate } from './validate.js';
+
+/** Every command, in the order --help lists them. */
+export const COMMANDS: Command[] = [rotateNow, validate, verify, retire, recover, generate, hash];
