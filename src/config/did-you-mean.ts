@@ -14,6 +14,8 @@ function distance(a: string, b: string): number {
 
 /** The closest candidate, if it is close enough to be a likely typo. */
 export function didYouMean(input: string, candidates: readonly string[]): string | undefined {
+  const prefixed = candidates.filter((c) => input.length >= 3 && c.startsWith(input));
+  if (prefixed.length === 1) return prefixed[0];
   let best: string | undefined;
   let bestD = Infinity;
   const lower = input.toLowerCase();

@@ -277,7 +277,7 @@ function semanticChecks(cfg: RawConfig, env: NodeJS.ProcessEnv, report: (p: Path
         case 'env-file': {
           if (typeof t.path !== 'string') break;
           if (t.previousKey !== undefined && t.previousKey === t.key) report([...tp, 'previousKey'], 'previousKey must differ from key');
-          for (const k of [t.key, t.previousKey]) {
+          for (const k of new Set([t.key, t.previousKey])) {
             if (!k) continue;
             const id = `${path.resolve(t.path)}\0${k}`;
             const prev = envKeys.get(id);

@@ -122,31 +122,24 @@ export class Engine {
     return held.map((h) => h.outcome);
   }
 
-  /** Remove previous tokens whose grace has ended. */
+  /** Remove previous tokens whose grace has ended (the lock phase does the work). */
   async retire(policies: Policy[], opts: RotateOptions = {}): Promise<PolicyOutcome[]> {
-    await this.#d.store.init();
-    const held = await this.#lockAll(policies, opts);
-    try {
-      await mapLimit(held, this.#d.config.concurrency, async (h) => {
-        if (h.outcome.result === 'failed') return;
-        try {
-          h.outcome.result = h.outcome.retired ? 'retired' : h.outcome.recovered ? 'recovered' : 'unchanged';
-        } catch (e) {
-          this.#fail(h, e, false);
-        }
-      });
-    } finally {
-      await Promise.all(held.map((h) => h.lock.release().catch(() => undefined)));
-    }
-    return held.map((h) => h.outcome);
+    return this.#lockOnly(policies, opts, false, (o) => (o.retired ? 'retired' : o.recovered ? 'recovered' : 'unchanged'));
   }
 
   /** Finish or undo unfinished rotations (the lock phase of every command already does this). */
   async recover(policies: Policy[], opts: RotateOptions = {}): Promise<PolicyOutcome[]> {
+    return this.#lockOnly(policies, opts, true, (o) => (o.recovered ? 'recovered' : 'unchanged'));
+  }
+
+  async #lockOnly(policies: Policy[], opts: RotateOptions, skipRetire: boolean, result: (o: PolicyOutcome) => OutcomeResult): Promise<PolicyOutcome[]> {
     await this.#d.store.init();
-    const held = await this.#lockAll(policies, { ...opts, skipRetire: true } as RotateOptions);
+    const held = await this.#lockAll(policies, { ...opts, skipRetire });
     await Promise.all(held.map((h) => h.lock.release().catch(() => undefined)));
-    for (const h of held) if (h.outcome.result !== 'failed') h.outcome.result = h.outcome.recovered ? 'recovered' : 'unchanged';
+    for (const h of held) {
+      if (h.outcome.result !== 'failed') h.outcome.result = result(h.outcome);
+      h.outcome.durationMs = Date.now() - h.started;
+    }
     return held.map((h) => h.outcome);
   }
 
@@ -224,6 +217,9 @@ export class Engine {
       outcome.targets = targets.map((t) => t.description);
       const prev = await this.#d.store.read(policy.name);
       const version = (prev?.version ?? 0) + 1;
+      // First rotation: the token already in place (set by hand before rekey) becomes the
+      // previous one, so it gets the grace period and is retired like any other.
+      const previousSha256 = prev?.currentSha256 ?? (await this.#adoptExisting(staged));
       const ctx: RotationContext = {
         policy: policy.name,
         version,
@@ -233,10 +229,10 @@ export class Engine {
         graceMs: policy.graceMs,
         token,
         log,
-        ...(prev ? { previousSha256: prev.currentSha256 } : {}),
+        ...(previousSha256 ? { previousSha256 } : {}),
       };
-      if (prev && policy.targets.some((t) => t.type === 'exec' && t.rollbackCommand)) {
-        const pt = await this.#previousToken(staged, prev.currentSha256);
+      if (previousSha256 && policy.targets.some((t) => t.type === 'exec' && t.rollbackCommand)) {
+        const pt = await this.#previousToken(staged, previousSha256);
         if (pt) ctx.previousToken = pt;
       }
       const hookRun = { policy: policy.name, token, sha256, env: this.#d.env, ...(ctx.previousToken ? { previousToken: ctx.previousToken } : {}) };
@@ -252,7 +248,7 @@ export class Engine {
         fingerprint: ctx.fingerprint,
         rotatedAt: ctx.rotatedAt.toISOString(),
         graceMs: policy.graceMs,
-        ...(prev ? { previousSha256: prev.currentSha256 } : {}),
+        ...(previousSha256 ? { previousSha256 } : {}),
         targets: staged.map((t, i) => ({ index: i, kind: t.kind, description: t.description, meta: snaps[i]!.meta })),
         pid: process.pid,
         startedAt: new Date().toISOString(),
@@ -348,8 +344,8 @@ export class Engine {
         rotatedAt: rec.rotatedAt,
         currentSha256: rec.sha256,
         fingerprint: rec.fingerprint,
-        previous: prev
-          ? { sha256: prev.currentSha256, fingerprint: prev.fingerprint, validUntil: new Date(rotatedAt.getTime() + rec.graceMs).toISOString() }
+        previous: rec.previousSha256
+          ? { sha256: rec.previousSha256, fingerprint: fingerprintOf(rec.previousSha256), validUntil: new Date(rotatedAt.getTime() + rec.graceMs).toISOString() }
           : null,
         targets: descriptions,
       };
@@ -363,7 +359,7 @@ export class Engine {
       event: 'rotated',
       version: rec.version,
       fingerprint: rec.fingerprint,
-      ...(prev ? { previousFingerprint: prev.fingerprint } : {}),
+      ...(rec.previousSha256 ? { previousFingerprint: fingerprintOf(rec.previousSha256) } : {}),
       targets: descriptions,
     });
     await this.#d.store.recordAttempt(rec.policy, 'success', this.#d.now(), { version: rec.version });
@@ -440,6 +436,15 @@ export class Engine {
     await this.#d.store.audit({ at: now.toISOString(), policy: policy.name, event: 'retired', version: state.version - 1, fingerprint: fp });
     outcome.retired = `${policy.name}: retired the previous token ${fp} (grace ended ${state.previous.validUntil})`;
     this.#d.log.info({ policy: policy.name, version: state.version - 1, fingerprint: fp }, outcome.retired);
+  }
+
+  /** The hash of a token some target already holds (first one that can be read back). */
+  async #adoptExisting(targets: Target[]): Promise<string | undefined> {
+    for (const t of targets) {
+      const h = await t.readBack().catch(() => undefined);
+      if (h && /^[0-9a-f]{64}$/.test(h)) return h;
+    }
+    return undefined;
   }
 
   async #previousToken(targets: Target[], expected: string): Promise<Secret | undefined> {

@@ -5,7 +5,7 @@
 import { constants, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { RekeyError } from '../util/errors.js';
-import { fsError, readIfExists, writeFileAtomic } from '../util/fs-atomic.js';
+import { fsError, mkdirp, readIfExists, writeFileAtomic } from '../util/fs-atomic.js';
 
 export interface PreviousToken {
   sha256: string;
@@ -74,9 +74,9 @@ export class StateStore {
   init(): Promise<void> {
     this.#ready ??= (async () => {
       try {
-        await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+        await mkdirp(this.dir, 0o700);
         for (const sub of ['policies', 'attempts', 'journal', 'recovery', 'locks'] as const) {
-          await fsp.mkdir(this.path(sub), { recursive: true, mode: 0o700 });
+          await mkdirp(this.path(sub), 0o700);
         }
         await fsp.access(this.dir, constants.W_OK);
         const probe = path.join(this.dir, `.probe-${process.pid}`);

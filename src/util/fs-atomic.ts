@@ -107,3 +107,32 @@ export async function readIfExists(file: string): Promise<Buffer | undefined> {
     throw e;
   }
 }
+
+/**
+ * mkdir -p with a bounded walk. (Node's recursive mkdir spins forever on some paths, e.g.
+ * under /proc, where the kernel answers ENOENT for a directory that can never exist.)
+ */
+export async function mkdirp(dir: string, mode: number): Promise<void> {
+  const missing: string[] = [];
+  let cur = path.resolve(dir);
+  for (let depth = 0; depth < 256; depth++) {
+    try {
+      await fsp.mkdir(cur, { mode });
+      break;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'EEXIST') break;
+      const parent = path.dirname(cur);
+      if (code !== 'ENOENT' || parent === cur) throw e;
+      missing.push(cur);
+      cur = parent;
+    }
+  }
+  for (const d of missing.reverse()) {
+    await fsp.mkdir(d, { mode }).catch((e: { code?: string }) => {
+      if (e.code !== 'EEXIST') throw e;
+    });
+  }
+  const st = await fsp.stat(dir);
+  if (!st.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+}
