@@ -3,6 +3,7 @@ import { recover, retire } from './maintenance.js';
 import { rotateNow } from './rotate-now.js';
 import { generate, hash, verify } from './tokens.js';
 import { validate } from './validate.js';
+import { initDbCommand } from './init-db.js';
 
 /** Every command, in the order --help lists them. */
-export const COMMANDS: Command[] = [rotateNow, validate, verify, retire, recover, generate, hash];
+export const COMMANDS: Command[] = [rotateNow, validate, verify, retire, recover, generate, hash, initDbCommand];

@@ -173,7 +173,8 @@ export class Engine {
           waitMs: opts.waitMs ?? 0,
           purpose: opts.purpose ?? 'rotate-now',
           onTakeover: (prev) => {
-            const msg = `${policy.name}: took over a lock left by dead process ${prev.pid}`;
+            const who = prev.pid > 0 ? `dead process ${prev.pid}` : 'a process that died while writing it (incomplete lock file)';
+            const msg = `${policy.name}: took over a lock left by ${who}`;
             this.#d.log.warn({ policy: policy.name, stalePid: prev.pid }, msg);
             outcome.warnings.push(msg);
             void this.#d.store.audit({ at: this.#d.now().toISOString(), policy: policy.name, event: 'lock-takeover', reason: `pid ${prev.pid}` }).catch(() => undefined);
@@ -282,7 +283,8 @@ export class Engine {
         return;
       }
 
-      rec = await this.journal.setPhase(rec, 'done');
+      // No separate "done" record: a journal still in "promoting" is finished by re-running the
+      // idempotent promote, so one fsync per rotation is saved.
       faultPoint('after-done', policy.name);
       await this.#commit(rec, prev, staged.map((t) => t.description));
       outcome.result = 'rotated';
@@ -294,14 +296,14 @@ export class Engine {
         try {
           await t.notify?.(ctx);
         } catch (e) {
-          this.#warn(outcome, `${policy.name}: notify ${t.description} failed (not rolled back): ${oneLine(e)}`);
+          this.#warn(outcome, `${policy.name}: notify ${t.description} failed (not rolled back): ${reasonOf(policy.name, e)}`);
         }
       }
       for (const hook of policy.hooks.after) {
         try {
           await runHook(hook, 'after', hookRun);
         } catch (e) {
-          this.#warn(outcome, `${policy.name}: after hook failed (not rolled back): ${oneLine(e)}`);
+          this.#warn(outcome, `${policy.name}: after hook failed (not rolled back): ${reasonOf(policy.name, e)}`);
         }
       }
     } finally {
@@ -322,7 +324,7 @@ export class Engine {
         failures.push(oneLine(e));
       }
     }
-    const reason = oneLine(cause);
+    const reason = reasonOf(policy.name, cause);
     const code = cause instanceof RekeyError ? cause.code : 'ROTATION_FAILED';
     if (failures.length === 0) {
       await this.journal.finish(policy.name);
@@ -369,7 +371,10 @@ export class Engine {
   async #recoverOne(h: Held): Promise<void> {
     const { policy, outcome } = h;
     const rec = await this.journal.read(policy.name);
-    if (!rec) return;
+    if (!rec) {
+      await this.journal.dropOrphanRecovery(policy.name);
+      return;
+    }
     const targets = this.#targets(policy);
     try {
       const staged = targets.filter((t) => t.phase === 'stage');
@@ -493,13 +498,19 @@ function oneLine(e: unknown): string {
   return redact(m.split('\n')[0] ?? '');
 }
 
+/** oneLine without a leading "<policy>: " (hook and verify errors carry it), so messages don't say it twice. */
+function reasonOf(policy: string, e: unknown): string {
+  const m = oneLine(e);
+  return m.startsWith(`${policy}: `) ? m.slice(policy.length + 2) : m;
+}
+
 /** A target's description before it is built (dry runs, failures before construction). */
 export function describeConfig(t: Policy['targets'][number]): string {
   switch (t.type) {
     case 'env-file':
       return `env-file ${t.path} ${t.key}`;
     case 'file':
-      return `file ${t.path} (${t.content})`;
+      return `file ${t.path} ${t.content}`; // as the file target describes itself
     case 'postgres':
       return `postgres ${safeUrl(t.url)} ${t.table}`;
     case 'redis':

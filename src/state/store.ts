@@ -118,7 +118,8 @@ export class StateStore {
       ...(extra.error !== undefined ? { error: extra.error } : {}),
       consecutiveFailures: result === 'success' ? 0 : (prev?.consecutiveFailures ?? 0) + 1,
     };
-    await writeFileAtomic(this.path('attempts', `${policy}.json`), `${JSON.stringify(rec)}\n`, { mode: 0o600, what: `attempt record of ${policy}` }).catch((e) => {
+    // Not fsynced: losing the last attempt in a power cut only loses a status line.
+    await writeFileAtomic(this.path('attempts', `${policy}.json`), `${JSON.stringify(rec)}\n`, { mode: 0o600, what: `attempt record of ${policy}`, durable: false }).catch((e) => {
       throw stateError(e, this.dir);
     });
     return rec;

@@ -147,7 +147,7 @@ export function createEnvFileTarget(config: EnvFileTargetConfig, _env: TargetEnv
         const next = encode(staged(base, snap.old && decode(snap.old), token, real));
         if (cur && next.equals(cur.bytes)) return; // a retry: already written
         if (cur && cur.mode & 0o004) {
-          ctx.log.warn({ target: description, mode: cur.mode.toString(8) }, 'env file is world-readable; consider chmod 0600 or 0640');
+          ctx.log.warn({ target: description, mode: cur.mode.toString(8) }, `${description}: the file is world-readable (mode ${cur.mode.toString(8)}); consider chmod 0600 or 0640`);
         }
         // An existing file keeps its mode and owner; a new one is 0600 whatever the umask.
         await writeFileKeepingOwner(real, next, {

@@ -8,6 +8,10 @@ export interface AtomicWriteOptions {
   mode: number;
   /** Names the writer in error messages, e.g. "env-file target /etc/app.env". */
   what?: string;
+  /** Owner to give the file before it replaces the old one (keeps an app's access when root writes). */
+  owner?: { uid: number; gid: number };
+  /** false: still atomic (rename), but no fsync; for records that may be lost in a power cut. */
+  durable?: boolean;
 }
 
 /**
@@ -20,9 +24,10 @@ export async function writeFileAtomic(file: string, data: string | Buffer, opts:
   let handle: fsp.FileHandle | undefined;
   try {
     handle = await fsp.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+    if (opts.owner) await handle.chown(opts.owner.uid, opts.owner.gid);
     await handle.chmod(opts.mode);
     await handle.writeFile(data);
-    await handle.sync();
+    if (opts.durable !== false) await handle.sync();
     await handle.close();
     handle = undefined;
     await fsp.rename(tmp, file);
@@ -31,10 +36,51 @@ export async function writeFileAtomic(file: string, data: string | Buffer, opts:
     await fsp.unlink(tmp).catch(() => undefined);
     throw fsError(e, opts.what ?? file, 'write');
   }
-  await fsyncDir(dir);
+  if (opts.durable !== false) await fsyncDir(dir);
 }
 
-export async function fsyncDir(dir: string): Promise<void> {
+/**
+ * fsync a directory, coalescing concurrent requests: everyone who asks while a sync is running
+ * shares the next one (which starts after their rename), so a batch of writes into one
+ * directory costs a few directory syncs instead of one each.
+ */
+interface DirSyncState {
+  running?: Promise<void>;
+  next?: { promise: Promise<void>; start: () => void };
+}
+const dirSyncs = new Map<string, DirSyncState>();
+
+export function fsyncDir(dir: string): Promise<void> {
+  let st = dirSyncs.get(dir);
+  if (!st) {
+    st = {};
+    dirSyncs.set(dir, st);
+  }
+  if (!st.running) return runDirSync(dir, st);
+  if (!st.next) {
+    const state = st;
+    let start!: () => void;
+    const promise = new Promise<void>((resolve) => {
+      start = () => void runDirSync(dir, state).then(resolve);
+    });
+    st.next = { promise, start };
+  }
+  return st.next.promise;
+}
+
+function runDirSync(dir: string, st: DirSyncState): Promise<void> {
+  const running = syncDirNow(dir).finally(() => {
+    st.running = undefined;
+    const next = st.next;
+    st.next = undefined;
+    if (next) next.start();
+    else dirSyncs.delete(dir);
+  });
+  st.running = running;
+  return running;
+}
+
+async function syncDirNow(dir: string): Promise<void> {
   let h: fsp.FileHandle | undefined;
   try {
     h = await fsp.open(dir, constants.O_RDONLY);
