@@ -36,9 +36,10 @@ export class HttpFailure extends Error {
     this.errno = errno;
   }
 
-  /** Worth retrying: the service may answer next time. DNS NXDOMAIN and TLS trust problems are not. */
+  /** Worth retrying: the service may answer next time. An unknown host and TLS trust problems are not. */
   get transient(): boolean {
-    return this.kind !== 'tls' && this.kind !== 'too-large' && !(this.kind === 'dns' && this.errno === 'ENOTFOUND');
+    if (this.kind === 'dns') return this.errno === 'EAI_AGAIN';
+    return this.kind !== 'tls' && this.kind !== 'too-large';
   }
 
   /** A short phrase for an error message, e.g. "no answer within 10000 ms". */
