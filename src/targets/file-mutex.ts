@@ -116,45 +116,12 @@ export interface OwnedWriteOptions {
  * On any failure the temp file is removed and the original file is untouched.
  */
 export async function writeFileKeepingOwner(file: string, data: Buffer, opts: OwnedWriteOptions): Promise<void> {
-  if (!opts.owner) {
-    try {
-      await writeFileAtomic(file, data, { mode: opts.mode, what: opts.what });
-    } catch (e) {
-      throw explainFsError(e, opts.what, 'write', file);
-    }
-    return;
-  }
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.rekey-${randomBytes(6).toString('hex')}.tmp`);
-  let handle: fsp.FileHandle | undefined;
   try {
-    handle = await fsp.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-    const st = await handle.stat();
-    if (st.uid !== opts.owner.uid || st.gid !== opts.owner.gid) {
-      try {
-        await handle.chown(opts.owner.uid, opts.owner.gid);
-      } catch (e) {
-        const errno = (e as { code?: string }).code ?? 'error';
-        throw new RekeyError(
-          'TARGET_PERMISSION',
-          `cannot write ${opts.what}: cannot keep its owner ${opts.owner.uid}:${opts.owner.gid} (${errno}); run rekey as root or as the file's owner`,
-          { cause: e },
-        );
-      }
-    }
-    await handle.chmod(opts.mode);
-    await handle.writeFile(data);
-    await handle.sync();
-    await handle.close();
-    handle = undefined;
-    await fsp.rename(tmp, file);
+    await writeFileAtomic(file, data, { mode: opts.mode, what: opts.what, ...(opts.owner ? { owner: opts.owner } : {}) });
   } catch (e) {
-    if (handle) await handle.close().catch(() => undefined);
-    await fsp.unlink(tmp).catch(() => undefined);
-    if (e instanceof RekeyError) throw e;
+    if (e instanceof RekeyError && e.code === 'TARGET_PERMISSION') throw e;
     throw explainFsError(e, opts.what, 'write', file);
   }
-  await fsyncDir(dir);
 }
 
 /** Remove a file; a missing file is fine. */

@@ -24,7 +24,21 @@ export async function writeFileAtomic(file: string, data: string | Buffer, opts:
   let handle: fsp.FileHandle | undefined;
   try {
     handle = await fsp.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-    if (opts.owner) await handle.chown(opts.owner.uid, opts.owner.gid);
+    if (opts.owner) {
+      const st = await handle.stat();
+      if (st.uid !== opts.owner.uid || st.gid !== opts.owner.gid) {
+        try {
+          await handle.chown(opts.owner.uid, opts.owner.gid);
+        } catch (e) {
+          const errno = (e as { code?: string }).code ?? 'error';
+          throw new RekeyError(
+            'TARGET_PERMISSION',
+            `cannot write ${opts.what ?? file}: cannot keep its owner ${opts.owner.uid}:${opts.owner.gid} (${errno}); run rekey as root or as the file's owner`,
+            { cause: e },
+          );
+        }
+      }
+    }
     await handle.chmod(opts.mode);
     await handle.writeFile(data);
     if (opts.durable !== false) await handle.sync();
