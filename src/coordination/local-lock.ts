@@ -1,8 +1,10 @@
 /**
- * A lock file per name, created with O_EXCL and holding the owner's PID and start time.
- * A lock whose owner is dead (or whose PID now belongs to another process) is taken over
- * under a short-lived takeover guard, so two contenders can never both remove it.
+ * A lock file per name, created atomically (link of a complete temp file; O_EXCL where the file
+ * system has no hard links) and holding the owner's PID and start time. A lock whose owner is
+ * dead (or whose PID now belongs to another process) is taken over under a takeover guard, so
+ * two contenders can never both take it; the takeover renames our record over the dead one.
  */
+import { randomBytes } from 'node:crypto';
 import { constants, promises as fsp, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +12,14 @@ import { RekeyError } from '../util/errors.js';
 import { formatDuration } from '../util/duration.js';
 import type { AcquireOptions, LockHandle, LockOwner, LockProvider } from './lock.js';
 
-const GUARD_STALE_MS = 10_000;
+/** readOwner's stand-in pid for a lock file that exists but is still empty or torn (being written). */
+const WRITING_PID = 0x7fffffff;
+/** How long a caller that would fail at once waits for a lock file being written, or taken over, to settle. */
+const SETTLE_MS = 500;
+
+function beingWritten(o: LockOwner): boolean {
+  return o.pid === WRITING_PID && o.acquiredAt === 'unknown';
+}
 
 /** Start time of a process in clock ticks since boot, or null where /proc is not available. */
 export function processStartTicks(pid: number): number | null {
@@ -63,6 +72,7 @@ export class LocalLockProvider implements LockProvider {
         const got = await this.#tryCreate(file, opts.purpose ?? 'rotation');
         if (got) {
           this.#held.add(name);
+          await this.#sweepTemps(file);
           return this.#handle(name, file);
         }
         const owner = await readOwner(file);
@@ -70,12 +80,26 @@ export class LocalLockProvider implements LockProvider {
           if (await this.#takeOver(file, owner, opts.purpose ?? 'rotation')) {
             opts.onTakeover?.(owner);
             this.#held.add(name);
+            await this.#sweepTemps(file);
             return this.#handle(name, file);
           }
+          // Another contender holds the takeover guard (or has just taken the lock over): look
+          // again in a moment rather than spin. Past the deadline (plus a short grace for a
+          // takeover in flight, so the message can name the new owner) give up.
+          if (Date.now() >= deadline + SETTLE_MS) throw takingOver(name, owner, opts.waitMs);
+          await sleep(10);
           continue;
         }
         if (owner === undefined) continue; // vanished between our create and read: try again at once
-        if (Date.now() >= deadline) throw busy(name, owner, opts.waitMs);
+        if (Date.now() >= deadline) {
+          // Its owner is between creating the file and writing its pid: ask again in a moment,
+          // so that the message names the real pid rather than a placeholder.
+          if (beingWritten(owner) && Date.now() < deadline + SETTLE_MS) {
+            await sleep(5);
+            continue;
+          }
+          throw busy(name, owner, opts.waitMs);
+        }
       } else if (Date.now() >= deadline) {
         throw busy(name, { pid: process.pid, startTicks: SELF_TICKS, hostname: os.hostname(), acquiredAt: '', purpose: 'this process' }, opts.waitMs);
       }
@@ -104,8 +128,28 @@ export class LocalLockProvider implements LockProvider {
     };
   }
 
+  /**
+   * Create the lock file with its owner already in it: write a private temp file, then link()
+   * it to the lock name (atomic, and EEXIST when the lock exists). A process killed at any
+   * instant so leaves no empty or torn lock file that would block everyone for 2 s. Where the
+   * file system has no hard links, fall back to O_EXCL + write.
+   */
   async #tryCreate(file: string, purpose: string): Promise<boolean> {
-    const owner: LockOwner = { pid: process.pid, startTicks: SELF_TICKS, hostname: os.hostname(), acquiredAt: new Date().toISOString(), purpose };
+    const { tmp, owner } = await writeOwnerTemp(file, purpose);
+    try {
+      await fsp.link(tmp, file);
+      return true;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'EEXIST') return false;
+      if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') return this.#tryCreateExcl(file, owner);
+      throw lockError(e, file);
+    } finally {
+      await fsp.unlink(tmp).catch(() => undefined);
+    }
+  }
+
+  async #tryCreateExcl(file: string, owner: LockOwner): Promise<boolean> {
     let h: fsp.FileHandle | undefined;
     try {
       h = await fsp.open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
@@ -114,7 +158,7 @@ export class LocalLockProvider implements LockProvider {
       throw lockError(e, file);
     }
     try {
-      // No fsync: a lock only matters while its owner lives; a torn one left by a crash is taken over.
+      // A torn file left by a crash here is judged by readOwner (respected for 2 s, then taken over).
       await h.writeFile(JSON.stringify(owner));
     } finally {
       await h.close();
@@ -122,28 +166,83 @@ export class LocalLockProvider implements LockProvider {
     return true;
   }
 
-  /** Replace a dead owner's lock. Only one contender at a time may do this (the guard file). */
+  /**
+   * Replace a dead owner's lock. Only one contender at a time may do this: it must first create
+   * a guard file, `<lock>.takeover.<k>`, holding its own owner record (linked, so it is never
+   * empty). A guard is removed only by its creator, so a name never changes hands while a
+   * takeover may be running; a guard whose creator died is stepped over (k+1) instead of
+   * removed, which is what made two contenders able to take over the same lock before.
+   */
   async #takeOver(file: string, stale: LockOwner, purpose: string): Promise<boolean> {
-    const guard = `${file}.takeover`;
-    let g: fsp.FileHandle | undefined;
+    const { tmp } = await writeOwnerTemp(file, purpose);
+    let guard: string | undefined;
+    let replaced = false;
     try {
-      g = await fsp.open(guard, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-    } catch (e) {
-      if ((e as { code?: string }).code !== 'EEXIST') throw lockError(e, guard);
-      const st = await fsp.stat(guard).catch(() => undefined);
-      if (st && Date.now() - st.mtimeMs > GUARD_STALE_MS) await fsp.unlink(guard).catch(() => undefined);
-      return false;
-    }
-    try {
-      await g.close();
+      for (let k = 0; guard === undefined; ) {
+        const g = `${file}.takeover.${k}`;
+        try {
+          await fsp.link(tmp, g);
+          guard = g;
+        } catch (e) {
+          if ((e as { code?: string }).code !== 'EEXIST') throw lockError(e, g);
+          const taker = await readOwner(g);
+          if (taker === undefined) continue; // its creator just removed it: try this name again
+          if (isAlive(taker)) return false; // someone else is taking it over
+          k++; // left by a taker that died: step over it
+        }
+      }
       const current = await readOwner(file);
       if (!current || current.pid !== stale.pid || current.acquiredAt !== stale.acquiredAt) return false;
-      await fsp.unlink(file);
-      return await this.#tryCreate(file, purpose);
+      // Replace it in one step (rename over it): the lock file never goes missing, so nobody
+      // can slip in with a plain create and leave the takeover unreported.
+      try {
+        await fsp.rename(tmp, file);
+      } catch (e) {
+        throw lockError(e, file);
+      }
+      replaced = true;
+      return true;
     } finally {
-      await fsp.unlink(guard).catch(() => undefined);
+      if (!replaced) await fsp.unlink(tmp).catch(() => undefined);
+      if (guard) await fsp.unlink(guard).catch(() => undefined);
+      if (replaced) await this.#dropDeadGuards(file);
     }
   }
+
+  /** Temp files ("<lock>.<pid>-<hex>.tmp") of processes killed while creating the lock; run by the holder. */
+  async #sweepTemps(file: string): Promise<void> {
+    const re = new RegExp(`^${path.basename(file).replace(/[.]/g, '\\.')}\\.(\\d+)-[0-9a-f]+\\.tmp$`);
+    const names = await fsp.readdir(this.dir).catch(() => [] as string[]);
+    for (const n of names) {
+      const pid = Number(re.exec(n)?.[1]);
+      if (pid && pid !== process.pid && !isAlive({ pid, startTicks: null, hostname: os.hostname() })) {
+        await fsp.unlink(path.join(this.dir, n)).catch(() => undefined);
+      }
+    }
+  }
+
+  /** Guards left by takers that died; only the live lock holder removes them. */
+  async #dropDeadGuards(file: string): Promise<void> {
+    const prefix = `${path.basename(file)}.takeover.`;
+    const names = await fsp.readdir(this.dir).catch(() => [] as string[]);
+    for (const n of names.filter((x) => x.startsWith(prefix))) {
+      const g = path.join(this.dir, n);
+      const taker = await readOwner(g).catch(() => undefined);
+      if (taker && !isAlive(taker)) await fsp.unlink(g).catch(() => undefined);
+    }
+  }
+}
+
+/** Our owner record in a private temp file next to the lock (no fsync: a lock only matters while its owner lives). */
+async function writeOwnerTemp(file: string, purpose: string): Promise<{ tmp: string; owner: LockOwner }> {
+  const owner: LockOwner = { pid: process.pid, startTicks: SELF_TICKS, hostname: os.hostname(), acquiredAt: new Date().toISOString(), purpose };
+  const tmp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await fsp.writeFile(tmp, JSON.stringify(owner), { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    throw lockError(e, tmp);
+  }
+  return { tmp, owner };
 }
 
 async function readOwner(file: string): Promise<LockOwner | undefined> {
@@ -164,12 +263,18 @@ async function readOwner(file: string): Promise<LockOwner | undefined> {
   const st = await fsp.stat(file).catch(() => undefined);
   if (!st) return undefined;
   const abandoned = Date.now() - st.mtimeMs > 2_000;
-  return { pid: abandoned ? -1 : 0x7fffffff, startTicks: null, hostname: abandoned ? os.hostname() : 'unknown', acquiredAt: 'unknown', purpose: 'unknown (incomplete lock file)' };
+  return { pid: abandoned ? -1 : WRITING_PID, startTicks: null, hostname: abandoned ? os.hostname() : 'unknown', acquiredAt: 'unknown', purpose: 'unknown (incomplete lock file)' };
 }
 
 function busy(name: string, owner: LockOwner, waitMs: number | undefined): RekeyError {
   const waited = waitMs ? ` (waited ${formatDuration(waitMs)})` : '; pass --wait <duration> to wait for it';
+  if (beingWritten(owner)) return new RekeyError('LOCKED', `policy ${name} is being rotated by another process (its lock file is still being written)${waited}`);
   return new RekeyError('LOCKED', `policy ${name} is being rotated by pid ${owner.pid}${owner.hostname !== os.hostname() ? ` on ${owner.hostname}` : ''}${waited}`);
+}
+
+function takingOver(name: string, stale: LockOwner, waitMs: number | undefined): RekeyError {
+  const waited = waitMs ? ` (waited ${formatDuration(waitMs)})` : '; try again, or pass --wait <duration> to wait for it';
+  return new RekeyError('LOCKED', `policy ${name}: another process is taking over the lock left by dead process ${stale.pid}${waited}`);
 }
 
 function lockError(e: unknown, file: string): RekeyError {

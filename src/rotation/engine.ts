@@ -338,7 +338,8 @@ export class Engine {
   /** Write the state from a journal record in phase "done", then drop the journal. */
   async #commit(rec: JournalRecord, prev: PolicyState | undefined, descriptions: string[]): Promise<void> {
     faultPoint('before-state', rec.policy);
-    if (!prev || prev.version < rec.version) {
+    const writeState = !prev || prev.version < rec.version;
+    if (writeState) {
       const rotatedAt = new Date(rec.rotatedAt);
       const state: PolicyState = {
         policy: rec.policy,
@@ -354,22 +355,27 @@ export class Engine {
       await this.#d.store.write(state);
     }
     faultPoint('after-state', rec.policy);
+    // The audit line goes in before the journal is dropped, so a crash cannot lose it. A crash
+    // between the two repeats this commit, which finds the line (the state was already written)
+    // and does not write it twice.
+    const rotated = { policy: rec.policy, event: 'rotated' as const, version: rec.version, fingerprint: rec.fingerprint };
+    if (writeState || !(await this.#d.store.hasAudit(rotated))) {
+      await this.#d.store.audit({
+        at: this.#d.now().toISOString(),
+        ...rotated,
+        ...(rec.previousSha256 ? { previousFingerprint: fingerprintOf(rec.previousSha256) } : {}),
+        targets: descriptions,
+      });
+    }
+    faultPoint('after-audit', rec.policy);
     await this.journal.finish(rec.policy);
-    await this.#d.store.audit({
-      at: this.#d.now().toISOString(),
-      policy: rec.policy,
-      event: 'rotated',
-      version: rec.version,
-      fingerprint: rec.fingerprint,
-      ...(rec.previousSha256 ? { previousFingerprint: fingerprintOf(rec.previousSha256) } : {}),
-      targets: descriptions,
-    });
     await this.#d.store.recordAttempt(rec.policy, 'success', this.#d.now(), { version: rec.version });
   }
 
   /** Finish (phase promoting/done) or undo (phase begin) a rotation a dead process left behind. */
   async #recoverOne(h: Held): Promise<void> {
     const { policy, outcome } = h;
+    await this.journal.sweepTemp(policy.name);
     const rec = await this.journal.read(policy.name);
     if (!rec) {
       await this.journal.dropOrphanRecovery(policy.name);
@@ -516,7 +522,7 @@ export function describeConfig(t: Policy['targets'][number]): string {
     case 'redis':
       return `redis ${safeUrl(t.url)} ${t.key}`;
     case 'vault-kv':
-      return `vault-kv ${t.address} ${t.mount}/${t.path}#${t.field}`;
+      return `vault-kv ${safeUrl(t.address)} ${t.mount}/${t.path}#${t.field}`;
     case 'aws-secrets-manager':
       return `aws-secrets-manager ${t.secretId}${t.jsonKey ? `#${t.jsonKey}` : ''}`;
     case 'exec':

@@ -4,7 +4,9 @@
  *   REKEY_TEST_KILL_AT=<point>    (e.g. after-journal, after-stage-0, after-promote, before-state)
  *   REKEY_TEST_KILL_CONFIRM=yes-kill-this-process
  * Points: after-journal, after-stage-<i>, after-stage, after-verify, after-promoting,
- * after-promote-<i>, after-promote, after-done, before-state, after-state.
+ * after-promote-<i>, after-promote, after-done, before-state, after-state, after-audit, and
+ * in-finish (the journal removed, its recovery file not yet: at the end of a commit or of a
+ * rollback). Optional REKEY_TEST_KILL_POLICY=<name> limits it to one policy.
  */
 const point = process.env.REKEY_TEST_KILL_AT;
 const armed = point !== undefined && process.env.REKEY_TEST_KILL_CONFIRM === 'yes-kill-this-process';

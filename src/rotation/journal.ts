@@ -5,9 +5,11 @@
  * bytes (which hold the old token) go to a separate 0600 recovery file, removed at the end.
  */
 import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 import type { StateStore } from '../state/store.js';
 import { RekeyError } from '../util/errors.js';
 import { readIfExists, writeFileAtomic } from '../util/fs-atomic.js';
+import { faultPoint } from './fault.js';
 
 /** begin: targets may be staged, undo them. promoting: every target staged and verified, finish it. done: targets final, state not yet written. */
 export type JournalPhase = 'begin' | 'promoting' | 'done';
@@ -86,12 +88,36 @@ export class Journal {
     return next;
   }
 
-  /** The rotation is over (committed or rolled back): drop the journal and the recovery file. */
+  /**
+   * The rotation is over (committed or rolled back): drop the journal, then the recovery file.
+   * In this order a crash in between leaves a harmless orphan recovery file (removed by the next
+   * command, see dropOrphanRecovery), never a journal whose old bytes are gone.
+   */
   async finish(policy: string): Promise<void> {
-    await fsp.unlink(this.#recoveryFile(policy)).catch(() => undefined);
     await fsp.unlink(this.#file(policy)).catch((e: { code?: string }) => {
       if (e.code !== 'ENOENT') throw new RekeyError('STATE_UNWRITABLE', `cannot remove the journal of ${policy} (${e.code ?? 'error'})`);
     });
+    faultPoint('in-finish', policy);
+    await fsp.unlink(this.#recoveryFile(policy)).catch(() => undefined);
+  }
+
+  /** No journal: a recovery file (old bytes, maybe an old token) is left over from a crash; remove it. */
+  async dropOrphanRecovery(policy: string): Promise<void> {
+    await fsp.unlink(this.#recoveryFile(policy)).catch(() => undefined);
+  }
+
+  /**
+   * Temp files of atomic writes (".<policy>.json.rekey-<hex>.tmp") that a process killed
+   * mid-write left in the state directory; one in recovery/ holds old bytes, i.e. an old token.
+   * Call it only while holding the policy's lock: then nobody is writing them.
+   */
+  async sweepTemp(policy: string): Promise<void> {
+    const pattern = new RegExp(`^\\.${policy.replace(/[.]/g, '\\.')}\\.json\\.rekey-[0-9a-f]+\\.tmp$`);
+    for (const kind of ['journal', 'recovery', 'policies', 'attempts'] as const) {
+      const dir = this.store.path(kind);
+      const names = await fsp.readdir(dir).catch(() => [] as string[]);
+      for (const n of names) if (pattern.test(n)) await fsp.unlink(path.join(dir, n)).catch(() => undefined);
+    }
   }
 
   async list(): Promise<string[]> {

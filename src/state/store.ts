@@ -135,6 +135,37 @@ export class StateStore {
     }
   }
 
+  /**
+   * Is there an audit line with these fields among the last `tailBytes` of the log? Used when a
+   * commit is repeated after a crash, to not log a rotation twice.
+   */
+  async hasAudit(match: Pick<AuditEvent, 'policy' | 'event' | 'version' | 'fingerprint'>, tailBytes = 256 * 1024): Promise<boolean> {
+    let h: fsp.FileHandle | undefined;
+    try {
+      h = await fsp.open(this.path('audit'), 'r');
+      const { size } = await h.stat();
+      const start = Math.max(0, size - tailBytes);
+      const buf = Buffer.alloc(size - start);
+      await h.read(buf, 0, buf.length, start);
+      return buf
+        .toString('utf8')
+        .split('\n')
+        .some((line) => {
+          try {
+            const e = JSON.parse(line) as Partial<AuditEvent>;
+            return e.policy === match.policy && e.event === match.event && e.version === match.version && e.fingerprint === match.fingerprint;
+          } catch {
+            return false; // the first line of the tail is usually cut
+          }
+        });
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ENOENT') return false;
+      throw stateError(e, this.dir);
+    } finally {
+      await h?.close();
+    }
+  }
+
   async #readJson<T>(file: string): Promise<T | undefined> {
     let buf: Buffer | undefined;
     try {
