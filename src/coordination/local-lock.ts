@@ -72,7 +72,7 @@ export class LocalLockProvider implements LockProvider {
         const got = await this.#tryCreate(file, opts.purpose ?? 'rotation');
         if (got) {
           this.#held.add(name);
-          await this.#sweepTemps(file);
+          await this.#sweepTemps();
           return this.#handle(name, file);
         }
         const owner = await readOwner(file);
@@ -80,7 +80,7 @@ export class LocalLockProvider implements LockProvider {
           if (await this.#takeOver(file, owner, opts.purpose ?? 'rotation')) {
             opts.onTakeover?.(owner);
             this.#held.add(name);
-            await this.#sweepTemps(file);
+            await this.#sweepTemps();
             return this.#handle(name, file);
           }
           // Another contender holds the takeover guard (or has just taken the lock over): look
@@ -209,9 +209,16 @@ export class LocalLockProvider implements LockProvider {
     }
   }
 
-  /** Temp files ("<lock>.<pid>-<hex>.tmp") of processes killed while creating the lock; run by the holder. */
-  async #sweepTemps(file: string): Promise<void> {
-    const re = new RegExp(`^${path.basename(file).replace(/[.]/g, '\\.')}\\.(\\d+)-[0-9a-f]+\\.tmp$`);
+  /**
+   * Temp files ("<lock>.<pid>-<hex>.tmp") of processes killed while creating a lock. One listing
+   * per provider, at its first acquire: a listing per acquire is quadratic in a batch of 1,000.
+   */
+  #swept = false;
+
+  async #sweepTemps(): Promise<void> {
+    if (this.#swept) return;
+    this.#swept = true;
+    const re = /\.lock\.(\d+)-[0-9a-f]+\.tmp$/;
     const names = await fsp.readdir(this.dir).catch(() => [] as string[]);
     for (const n of names) {
       const pid = Number(re.exec(n)?.[1]);

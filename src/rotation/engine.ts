@@ -11,7 +11,7 @@ import type { LockHandle, LockProvider } from '../coordination/lock.js';
 import type { Openssl } from '../openssl/index.js';
 import type { PolicyState, StateStore } from '../state/store.js';
 import type { Logger, RotationContext, Snapshot, Target, TargetEnv } from '../targets/contract.js';
-import { createTarget as defaultCreateTarget } from '../targets/registry.js';
+import { createTarget as defaultCreateTarget, loadTargetKinds } from '../targets/registry.js';
 import { fingerprint as fingerprintOf } from '../token/encoding.js';
 import { RekeyError, describeForeign, type ErrorCode, type ExitCode } from '../util/errors.js';
 import { mapLimit } from '../util/limit.js';
@@ -163,8 +163,10 @@ export class Engine {
 
   // ---- per-policy steps -------------------------------------------------------------------
 
+  /** Lock every policy, then (once for the batch) sweep leftovers, then recover and retire each. */
   async #lockAll(policies: Policy[], opts: RotateOptions & { skipRetire?: boolean }): Promise<Held[]> {
-    return mapLimit(policies, this.#d.config.concurrency, async (policy) => {
+    await loadTargetKinds(policies.flatMap((p) => p.targets.map((t) => t.type)));
+    const held = await mapLimit(policies, this.#d.config.concurrency, async (policy) => {
       const started = Date.now();
       const outcome: PolicyOutcome = { policy: policy.name, result: 'unchanged', targets: policy.targets.map(describeConfig), exitCode: 0, warnings: [], durationMs: 0 };
       const h: Held = { policy, outcome, started, lock: { name: policy.name, release: async () => undefined } };
@@ -180,13 +182,22 @@ export class Engine {
             void this.#d.store.audit({ at: this.#d.now().toISOString(), policy: policy.name, event: 'lock-takeover', reason: `pid ${prev.pid}` }).catch(() => undefined);
           },
         });
-        await this.#recoverOne(h);
-        if (!opts.skipRetire) await this.#retireOne(h);
       } catch (e) {
         this.#fail(h, e, false);
       }
       return h;
     });
+    const locked = held.filter((h) => h.outcome.result !== 'failed');
+    await this.journal.sweepTemp(locked.map((h) => h.policy.name));
+    await mapLimit(locked, this.#d.config.concurrency, async (h) => {
+      try {
+        await this.#recoverOne(h);
+        if (!opts.skipRetire) await this.#retireOne(h);
+      } catch (e) {
+        this.#fail(h, e, false);
+      }
+    });
+    return held;
   }
 
   async #plan(policy: Policy): Promise<PolicyOutcome> {
@@ -375,7 +386,6 @@ export class Engine {
   /** Finish (phase promoting/done) or undo (phase begin) a rotation a dead process left behind. */
   async #recoverOne(h: Held): Promise<void> {
     const { policy, outcome } = h;
-    await this.journal.sweepTemp(policy.name);
     const rec = await this.journal.read(policy.name);
     if (!rec) {
       await this.journal.dropOrphanRecovery(policy.name);

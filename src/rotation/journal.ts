@@ -111,12 +111,18 @@ export class Journal {
    * mid-write left in the state directory; one in recovery/ holds old bytes, i.e. an old token.
    * Call it only while holding the policy's lock: then nobody is writing them.
    */
-  async sweepTemp(policy: string): Promise<void> {
-    const pattern = new RegExp(`^\\.${policy.replace(/[.]/g, '\\.')}\\.json\\.rekey-[0-9a-f]+\\.tmp$`);
+  async sweepTemp(policies: readonly string[]): Promise<void> {
+    if (policies.length === 0) return;
+    const locked = new Set(policies);
+    const pattern = /^\.(.+)\.json\.rekey-[0-9a-f]+\.tmp$/;
+    // One listing per directory for the whole batch (not one per policy: that is quadratic).
     for (const kind of ['journal', 'recovery', 'policies', 'attempts'] as const) {
       const dir = this.store.path(kind);
       const names = await fsp.readdir(dir).catch(() => [] as string[]);
-      for (const n of names) if (pattern.test(n)) await fsp.unlink(path.join(dir, n)).catch(() => undefined);
+      for (const n of names) {
+        const m = pattern.exec(n);
+        if (m && locked.has(m[1]!)) await fsp.unlink(path.join(dir, n)).catch(() => undefined);
+      }
     }
   }
 

@@ -1,37 +1,40 @@
-import type { TargetConfig } from '../config/schema.js';
+/**
+ * Target kinds by name. Modules are loaded on first use (loadTargetKinds), so a run that only
+ * writes env files does not pay for the AWS SDK, pg or ioredis at start-up.
+ */
+import type { TargetConfig, TargetType } from '../config/schema.js';
 import { RekeyError } from '../util/errors.js';
 import type { Target, TargetEnv } from './contract.js';
-import { createEnvFileTarget } from './env-file.js';
-import { createFileTarget } from './file.js';
-import { createPostgresTarget } from './postgres.js';
-import { createRedisTarget } from './redis.js';
-import { createVaultKvTarget } from './vault-kv.js';
-import { createAwsSecretsManagerTarget } from './aws-secrets-manager.js';
-import { createExecTarget } from './exec.js';
-import { createWebhookTarget } from './webhook.js';
 
-/** Build the target object for one `targets:` entry of a policy. */
+type Factory = (config: never, env: TargetEnv) => Target;
+
+const LOADERS: Record<TargetType, () => Promise<Factory>> = {
+  'env-file': async () => (await import('./env-file.js')).createEnvFileTarget as Factory,
+  file: async () => (await import('./file.js')).createFileTarget as Factory,
+  postgres: async () => (await import('./postgres.js')).createPostgresTarget as Factory,
+  redis: async () => (await import('./redis.js')).createRedisTarget as Factory,
+  'vault-kv': async () => (await import('./vault-kv.js')).createVaultKvTarget as Factory,
+  'aws-secrets-manager': async () => (await import('./aws-secrets-manager.js')).createAwsSecretsManagerTarget as Factory,
+  exec: async () => (await import('./exec.js')).createExecTarget as Factory,
+  webhook: async () => (await import('./webhook.js')).createWebhookTarget as Factory,
+};
+
+const loaded = new Map<TargetType, Factory>();
+
+/** Load the modules of the given kinds (idempotent). Call before createTarget. */
+export async function loadTargetKinds(kinds: Iterable<TargetType>): Promise<void> {
+  await Promise.all(
+    [...new Set(kinds)].filter((k) => !loaded.has(k)).map(async (k) => {
+      const loader = LOADERS[k];
+      if (!loader) throw new RekeyError('CONFIG', `unknown target type ${String(k)}`);
+      loaded.set(k, await loader());
+    }),
+  );
+}
+
+/** Build the target object for one `targets:` entry of a policy (its kind must be loaded). */
 export function createTarget(config: TargetConfig, env: TargetEnv): Target {
-  switch (config.type) {
-    case 'env-file':
-      return createEnvFileTarget(config, env);
-    case 'file':
-      return createFileTarget(config, env);
-    case 'postgres':
-      return createPostgresTarget(config, env);
-    case 'redis':
-      return createRedisTarget(config, env);
-    case 'vault-kv':
-      return createVaultKvTarget(config, env);
-    case 'aws-secrets-manager':
-      return createAwsSecretsManagerTarget(config, env);
-    case 'exec':
-      return createExecTarget(config, env);
-    case 'webhook':
-      return createWebhookTarget(config, env);
-    default: {
-      const never: never = config;
-      throw new RekeyError('CONFIG', `unknown target type ${(never as { type: string }).type}`);
-    }
-  }
+  const factory = loaded.get(config.type);
+  if (!factory) throw new RekeyError('INTERNAL', `target type ${config.type} was not loaded`);
+  return (factory as (c: TargetConfig, e: TargetEnv) => Target)(config, env);
 }
