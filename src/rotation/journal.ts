@@ -114,7 +114,7 @@ export class Journal {
   async sweepTemp(policies: readonly string[]): Promise<void> {
     if (policies.length === 0) return;
     const locked = new Set(policies);
-    const pattern = /^\.(.+)\.json\.rekey-[0-9a-f]+\.tmp$/;
+    const pattern = /^\.(.+)\.json\.rekey-(?:\d+-)?[0-9a-f]+\.tmp$/;
     // One listing per directory for the whole batch (not one per policy: that is quadratic).
     for (const kind of ['journal', 'recovery', 'policies', 'attempts'] as const) {
       const dir = this.store.path(kind);

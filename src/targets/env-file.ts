@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { EnvFileTargetConfig } from '../config/schema.js';
 import { RekeyError } from '../util/errors.js';
+import { sweepDeadTemps } from '../util/fs-atomic.js';
 import { Secret } from '../util/secret.js';
 import type { RetireContext, RotationContext, Snapshot, Target, TargetEnv } from './contract.js';
 import {
@@ -165,6 +166,9 @@ export function createEnvFileTarget(config: EnvFileTargetConfig, _env: TargetEnv
     async rollback(ctx: RotationContext, snapshot: Snapshot): Promise<void> {
       const snap = parseFileSnapshot(snapshot, description);
       await lockAndResolve(snap, async (real) => {
+        // A write killed mid-way (the reason we may be rolling back) leaves a temp file that
+        // may hold a token; remove those whose writer is dead.
+        await sweepDeadTemps(real);
         const cur = await readCurrent(real, description);
         const old = snap.old && decode(snap.old);
         if (old === undefined) {

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { FileTargetConfig } from '../config/schema.js';
 import { RekeyError } from '../util/errors.js';
+import { sweepDeadTemps } from '../util/fs-atomic.js';
 import { Secret } from '../util/secret.js';
 import type { RetireContext, RotationContext, Snapshot, Target, TargetEnv } from './contract.js';
 import {
@@ -90,6 +91,9 @@ export function createFileTarget(config: FileTargetConfig, _env: TargetEnv): Tar
     async rollback(_ctx: RotationContext, snapshot: Snapshot): Promise<void> {
       const snap = parseFileSnapshot(snapshot, description);
       await lockAndResolve(snap, async (real) => {
+        // A write killed mid-way (the reason we may be rolling back) leaves a temp file that
+        // may hold a token; remove those whose writer is dead.
+        await sweepDeadTemps(real);
         const cur = await readCurrent(real, description);
         if (!snap.old) {
           if (cur) await removeFile(real, description);

@@ -20,7 +20,7 @@ export interface AtomicWriteOptions {
  */
 export async function writeFileAtomic(file: string, data: string | Buffer, opts: AtomicWriteOptions): Promise<void> {
   const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.rekey-${randomBytes(6).toString('hex')}.tmp`);
+  const tmp = path.join(dir, `.${path.basename(file)}.rekey-${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
   let handle: fsp.FileHandle | undefined;
   try {
     handle = await fsp.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
@@ -195,4 +195,27 @@ export async function mkdirp(dir: string, mode: number): Promise<void> {
   }
   const st = await fsp.stat(dir);
   if (!st.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+}
+
+/**
+ * Remove temp files of atomic writes to `file` (".<name>.rekey-<pid>-<hex>.tmp") whose writer
+ * is dead: a process killed mid-write leaves one, and it may hold a token. A live writer's
+ * temp file (another policy writing the same env file right now) is left alone.
+ */
+export async function sweepDeadTemps(file: string): Promise<number> {
+  const dir = path.dirname(file);
+  const re = new RegExp(`^\\.${path.basename(file).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.rekey-(\\d+)-[0-9a-f]+\\.tmp$`);
+  let removed = 0;
+  for (const n of await fsp.readdir(dir).catch(() => [] as string[])) {
+    const pid = Number(re.exec(n)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // alive
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ESRCH') continue;
+    }
+    await fsp.unlink(path.join(dir, n)).then(() => removed++, () => undefined);
+  }
+  return removed;
 }

@@ -206,7 +206,7 @@ async function invariantProblems(lane: Lane, before: Before, expectedVersion: nu
 }
 
 /** Atomic-write temp files (.<name>.rekey-<hex>.tmp) and lock temp files (<name>.lock.<pid>-<hex>.tmp). */
-const isTemp = (f: string) => /^\..*\.rekey-[0-9a-f]+\.tmp$/.test(f) || /\.lock\.\d+-[0-9a-f]+\.tmp$/.test(f);
+const isTemp = (f: string) => /^\..*\.rekey-(?:\d+-)?[0-9a-f]+\.tmp$/.test(f) || /\.lock\.\d+-[0-9a-f]+\.tmp$/.test(f);
 
 /** Temp files that a kill left behind (removed, and counted by where they were). */
 async function sweepTemp(lane: Lane): Promise<Record<string, number>> {
