@@ -14,5 +14,5 @@ for (const k of TARGET_DOC_ORDER) {
   if (existsSync(f)) docs[k] = readFileSync(f, 'utf8');
 }
 const readme = path.join(root, 'README.md');
-writeFileSync(readme, spliceReadme(readFileSync(readme, 'utf8'), docs));
+writeFileSync(readme, spliceReadme(readFileSync(readme, 'utf8'), docs, readFileSync(path.join(root, 'docs', 'daemon.md'), 'utf8')));
 console.log('wrote config/rekey.schema.json and the generated sections of README.md');

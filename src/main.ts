@@ -2,6 +2,14 @@
 // The bin entry: run the CLI and set process.exitCode (the only place that does).
 import { runCli } from './cli/index.js';
 
+// `rekey status | head` closes our stdout early: that is the reader's choice, not an error.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
+}
+
 async function readStdin(): Promise<Buffer> {
   if (process.stdin.isTTY) return Buffer.alloc(0);
   const chunks: Buffer[] = [];

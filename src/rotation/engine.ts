@@ -502,7 +502,9 @@ export class Engine {
     h.outcome.errorCode = err.code;
     h.outcome.exitCode = err.exitCode === 0 ? 1 : err.exitCode;
     if (rolledBack) h.outcome.rolledBack = true;
-    this.#d.log.error({ policy: h.policy.name }, h.outcome.error);
+    // A busy lock is an expected outcome (the caller retries or reports it), not an error.
+    if (err.code === 'LOCKED') this.#d.log.info({ policy: h.policy.name }, h.outcome.error);
+    else this.#d.log.error({ policy: h.policy.name }, h.outcome.error);
     if (err.code !== 'LOCKED') {
       void this.#d.store.recordAttempt(h.policy.name, 'failure', this.#d.now(), { error: h.outcome.error }).catch(() => undefined);
     }

@@ -17,7 +17,7 @@ describe('generated files stay in step with the schema', () => {
     }
     const readme = readFileSync('README.md', 'utf8');
     expect(readme).toContain('#### Target `type: env-file`');
-    expect(spliceReadme(readme, docs) === readme).toBe(true);
+    expect(spliceReadme(readme, docs, readFileSync('docs/daemon.md', 'utf8')) === readme).toBe(true);
   });
 
   it('the JSON schema rejects unknown keys and knows every target type', () => {
