@@ -106,7 +106,12 @@ export function buildStatus(config: Config, data: ReadonlyMap<string, PolicyData
       fingerprint: s?.fingerprint ?? null,
       rotatedAt: s?.rotatedAt ?? null,
       ageSeconds: age === undefined ? null : Math.floor(age / 1000),
-      lastAttempt: a ? { result: a.result, at: a.at, consecutiveFailures: a.consecutiveFailures, error: a.error ?? null } : null,
+      // Only failures are recorded apart; the last success is the state's own rotation time.
+      lastAttempt: a
+        ? { result: a.result, at: a.at, consecutiveFailures: a.consecutiveFailures, error: a.error ?? null }
+        : s
+          ? { result: 'success', at: s.rotatedAt, consecutiveFailures: 0, error: null }
+          : null,
       nextRotation: next ? next.toISOString() : null,
       nextRotationInSeconds: next ? Math.round((next.getTime() - now.getTime()) / 1000) : null,
       due: next !== undefined && next.getTime() <= now.getTime(),

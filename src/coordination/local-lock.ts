@@ -122,8 +122,8 @@ export class LocalLockProvider implements LockProvider {
         if (released) return;
         released = true;
         this.#held.delete(name);
-        const owner = await readOwner(file);
-        if (owner && owner.pid === process.pid) await fsp.unlink(file).catch(() => undefined);
+        // Ours for as long as we live: a lock is taken over only when its owner is dead.
+        await fsp.unlink(file).catch(() => undefined);
       },
     };
   }

@@ -117,6 +117,7 @@ export class Engine {
       });
     } finally {
       await Promise.all(held.map((h) => h.lock.release().catch(() => undefined)));
+      await this.#d.store.closeAudit();
     }
     for (const h of held) h.outcome.durationMs = Date.now() - h.started;
     return held.map((h) => h.outcome);
@@ -136,6 +137,7 @@ export class Engine {
     await this.#d.store.init();
     const held = await this.#lockAll(policies, { ...opts, skipRetire });
     await Promise.all(held.map((h) => h.lock.release().catch(() => undefined)));
+    await this.#d.store.closeAudit();
     for (const h of held) {
       if (h.outcome.result !== 'failed') h.outcome.result = result(h.outcome);
       h.outcome.durationMs = Date.now() - h.started;

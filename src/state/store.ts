@@ -60,6 +60,7 @@ export const STATE_LAYOUT = {
 export class StateStore {
   readonly dir: string;
   #ready: Promise<void> | undefined;
+  #audit: Promise<fsp.FileHandle> | undefined;
 
   constructor(dir: string) {
     this.dir = dir;
@@ -107,8 +108,19 @@ export class StateStore {
     return this.#readJson<AttemptRecord>(this.path('attempts', `${policy}.json`));
   }
 
-  /** The last attempt is kept apart from the state, so a failed rotation leaves the state untouched. */
+  /**
+   * Failures are recorded apart from the state, so a failed rotation leaves the state untouched.
+   * A success needs no record of its own (the state has its time), so it only clears the last
+   * failure: no file is created per successful rotation.
+   */
   async recordAttempt(policy: string, result: 'success' | 'failure', at: Date, extra: { version?: number; error?: string } = {}): Promise<AttemptRecord> {
+    const file = this.path('attempts', `${policy}.json`);
+    if (result === 'success') {
+      await fsp.unlink(file).catch((e: { code?: string }) => {
+        if (e.code !== 'ENOENT') throw stateError(e, this.dir);
+      });
+      return { policy, at: at.toISOString(), result, ...(extra.version !== undefined ? { version: extra.version } : {}), consecutiveFailures: 0 };
+    }
     const prev = await this.readAttempt(policy).catch(() => undefined);
     const rec: AttemptRecord = {
       policy,
@@ -116,10 +128,10 @@ export class StateStore {
       result,
       ...(extra.version !== undefined ? { version: extra.version } : {}),
       ...(extra.error !== undefined ? { error: extra.error } : {}),
-      consecutiveFailures: result === 'success' ? 0 : (prev?.consecutiveFailures ?? 0) + 1,
+      consecutiveFailures: (prev?.consecutiveFailures ?? 0) + 1,
     };
-    // Not fsynced: losing the last attempt in a power cut only loses a status line.
-    await writeFileAtomic(this.path('attempts', `${policy}.json`), `${JSON.stringify(rec)}\n`, { mode: 0o600, what: `attempt record of ${policy}`, durable: false }).catch((e) => {
+    // Not fsynced: losing the last failure in a power cut only loses a status line.
+    await writeFileAtomic(file, `${JSON.stringify(rec)}\n`, { mode: 0o600, what: `attempt record of ${policy}`, durable: false }).catch((e) => {
       throw stateError(e, this.dir);
     });
     return rec;
@@ -129,10 +141,21 @@ export class StateStore {
   async audit(event: Omit<AuditEvent, 'pid'>): Promise<void> {
     const line = `${JSON.stringify({ ...event, pid: process.pid })}\n`;
     try {
-      await fsp.appendFile(this.path('audit'), line, { mode: 0o600 });
+      // One O_APPEND handle per batch: each line is a single write(2), so lines from
+      // concurrent processes never interleave, and a batch costs one open instead of one each.
+      this.#audit ??= fsp.open(this.path('audit'), 'a', 0o600);
+      await (await this.#audit).write(line);
     } catch (e) {
+      this.#audit = undefined;
       throw stateError(e, this.dir);
     }
+  }
+
+  /** Close the audit log handle (end of a batch), so a log rotated in between is reopened. */
+  async closeAudit(): Promise<void> {
+    const h = this.#audit;
+    this.#audit = undefined;
+    await (await h?.catch(() => undefined))?.close().catch(() => undefined);
   }
 
   /**

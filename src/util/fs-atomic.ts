@@ -3,6 +3,13 @@ import { constants, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { RekeyError, describeForeign } from './errors.js';
 
+/** Read once: process.umask() with no argument is deprecated, and the umask does not change under us. */
+const UMASK = (() => {
+  const m = process.umask(0o022);
+  process.umask(m);
+  return m;
+})();
+
 export interface AtomicWriteOptions {
   /** File mode of the result. Applied with fchmod, so the umask cannot widen or narrow it. */
   mode: number;
@@ -39,8 +46,9 @@ export async function writeFileAtomic(file: string, data: string | Buffer, opts:
         }
       }
     }
-    await handle.chmod(opts.mode);
-    await handle.writeFile(data);
+    // The file was created 0600 minus the umask: fchmod only when that is not the mode wanted.
+    if (opts.mode !== (0o600 & ~UMASK)) await handle.chmod(opts.mode);
+    await handle.write(typeof data === 'string' ? Buffer.from(data) : data);
     if (opts.durable !== false) await handle.sync();
     await handle.close();
     handle = undefined;

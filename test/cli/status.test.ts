@@ -125,7 +125,7 @@ describe('rekey status', () => {
     expect(row('nightly')).toMatch(/^nightly\s+v12\s+10h 30m\s+ok 10h 29m ago\s+2025-03-11T01:30:00Z \(in 13h 30m\)\s+2025-03-12T01:30:00Z\s+-$/);
     expect(row('legacy')).toMatch(/^legacy\s+v1\s+68d 12h\s+FAILED x3 1h ago\s+overdue since 2025-01-08T00:00:00Z \(61d 12h ago\)\s+-\s+YES \(maxAge 45d\)$/);
     expect(row('fresh')).toMatch(/^fresh\s+-\s+-\s+never\s+now \(first rotation\)\s+-\s+-$/);
-    expect(row('by-hand')).toMatch(/^by-hand\s+v2\s+37d 12h\s+-\s+manual\s+-\s+no$/);
+    expect(row('by-hand')).toMatch(/^by-hand\s+v2\s+37d 12h\s+ok 37d 12h ago\s+manual\s+-\s+no$/);
     expect(text).toContain('legacy: last error: legacy: verify command /bin/false exited 1; rolled back, the old token stays valid');
     expect(text.trimEnd().split('\n').at(-1)).toMatch(/^daemon: not running on .*state$/);
   });
