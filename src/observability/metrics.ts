@@ -40,6 +40,7 @@ export class DaemonMetrics {
   readonly #retirements: Counter<'policy' | 'result'>;
   readonly #duration: Histogram;
   readonly #reloads: Counter<'result'>;
+  readonly #postCommit: Counter<'policy' | 'kind'>;
   readonly #opensslUp: Gauge;
   readonly #schedulerUp: Gauge;
 
@@ -64,6 +65,12 @@ export class DaemonMetrics {
       name: 'rekey_retirements_total',
       help: 'Retirements of previous tokens after their grace period, by policy and result',
       labelNames: ['policy', 'result'],
+      registers,
+    });
+    this.#postCommit = new Counter({
+      name: 'rekey_post_commit_failures_total',
+      help: 'Failures after a rotation was committed (kind: notify = a webhook, after_hook); reported, never rolled back',
+      labelNames: ['policy', 'kind'],
       registers,
     });
     this.#duration = new Histogram({
@@ -135,6 +142,8 @@ export class DaemonMetrics {
     if (o.result !== 'rotated' && o.result !== 'failed') return;
     const result: RotationResultLabel = o.result === 'rotated' ? 'success' : o.errorCode === 'LOCKED' ? 'locked' : 'failure';
     this.#rotations.inc({ policy: o.policy, result });
+    if (o.postCommitFailures?.notify) this.#postCommit.inc({ policy: o.policy, kind: 'notify' }, o.postCommitFailures.notify);
+    if (o.postCommitFailures?.afterHooks) this.#postCommit.inc({ policy: o.policy, kind: 'after_hook' }, o.postCommitFailures.afterHooks);
     if (result !== 'locked') this.#duration.observe(o.durationMs / 1000);
   }
 

@@ -58,6 +58,8 @@ export interface PolicyOutcome {
   recovered?: string;
   /** Previous tokens whose grace had ended and were removed. */
   retired?: string;
+  /** After commit: webhooks (notify targets) and after-hooks that failed. Reported, never rolled back. */
+  postCommitFailures?: { notify: number; afterHooks: number };
   warnings: string[];
   durationMs: number;
 }
@@ -310,6 +312,8 @@ export class Engine {
           await t.notify?.(ctx);
         } catch (e) {
           this.#warn(outcome, `${policy.name}: notify ${t.description} failed (not rolled back): ${reasonOf(policy.name, e)}`);
+          outcome.postCommitFailures = { notify: 0, afterHooks: 0, ...outcome.postCommitFailures };
+          outcome.postCommitFailures.notify++;
         }
       }
       for (const hook of policy.hooks.after) {
@@ -317,6 +321,8 @@ export class Engine {
           await runHook(hook, 'after', hookRun);
         } catch (e) {
           this.#warn(outcome, `${policy.name}: after hook failed (not rolled back): ${reasonOf(policy.name, e)}`);
+          outcome.postCommitFailures = { notify: 0, afterHooks: 0, ...outcome.postCommitFailures };
+          outcome.postCommitFailures.afterHooks++;
         }
       }
     } finally {

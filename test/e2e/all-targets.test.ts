@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import Redis from 'ioredis';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/index.js';
@@ -31,6 +31,7 @@ describe.skipIf(!pgUp || !redisUp)('a policy with every kind of target', () => {
   let aws: AwsSecretsManagerDouble;
   let hookServer: http.Server;
   const hooks: Array<{ body: string; signature: string | undefined }> = [];
+  let hookStatus = 204;
   let env: NodeJS.ProcessEnv;
 
   beforeAll(async () => {
@@ -44,7 +45,7 @@ describe.skipIf(!pgUp || !redisUp)('a policy with every kind of target', () => {
       req.on('data', (c) => (body += c));
       req.on('end', () => {
         hooks.push({ body, signature: req.headers['x-rekey-signature'] as string | undefined });
-        res.writeHead(204).end();
+        res.writeHead(hookStatus).end();
       });
     });
     await new Promise<void>((r) => hookServer.listen(0, '127.0.0.1', r));
@@ -175,5 +176,21 @@ policies:
     expect(state.version).toBe(2);
     const audit = readFileSync(path.join(dir, '.rekey/audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(audit.at(-1)).toMatchObject({ policy: 'billing-api', event: 'rolled-back', version: 3 });
+  });
+
+  it('a failing webhook runs after commit: reported and counted, not rolled back', async () => {
+    hookStatus = 503;
+    try {
+      const r = await rekey(['rotate-now', 'billing-api', '--json']);
+      expect(r.code).toBe(0);
+      const [res] = JSON.parse(r.stdout).results;
+      expect(res).toMatchObject({ result: 'rotated', version: 3, postCommitFailures: { notify: 1, afterHooks: 0 } });
+      expect(res.warnings.join('\n')).toMatch(/notify webhook http:\/\/127\.0\.0\.1:\d+\/rotated failed \(not rolled back\)/);
+    } finally {
+      hookStatus = 204;
+    }
+    const now = await everywhere();
+    expect(now.aws).toBe(now.env);
+    expect(now.pgCurrent).toBe(sha(now.env!));
   });
 });

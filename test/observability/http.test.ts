@@ -49,7 +49,7 @@ describe('metrics endpoint', () => {
       { policy: 'manual', stale: false },
     ];
     const metrics = new DaemonMetrics({ views: () => views });
-    metrics.recordOutcome(outcome('a', 'rotated', { version: 2 }), 'rotate');
+    metrics.recordOutcome(outcome('a', 'rotated', { version: 2, postCommitFailures: { notify: 1, afterHooks: 0 } }), 'rotate');
     metrics.recordOutcome(outcome('old', 'failed', { errorCode: 'TARGET' }), 'rotate');
     metrics.recordOutcome(outcome('old', 'failed', { errorCode: 'LOCKED' }), 'rotate');
     metrics.recordOutcome(outcome('a', 'retired'), 'retire');
@@ -78,6 +78,7 @@ describe('metrics endpoint', () => {
       expect(body).toContain('rekey_policy_stale{policy="old"} 1');
       expect(body).toContain('rekey_policy_stale{policy="a"} 0');
       expect(body).toContain('rekey_retirements_total{policy="a",result="success"} 1');
+      expect(body).toContain('rekey_post_commit_failures_total{policy="a",kind="notify"} 1');
 
       const ok = await fetch(`${base}/healthz`);
       expect(ok.status).toBe(200);
