@@ -21,6 +21,10 @@ import { RekeyError } from '../util/errors.js';
 import { Secret } from '../util/secret.js';
 import type { RotationContext, Snapshot, Target, TargetEnv } from './contract.js';
 
+// The SDK prints a ten-line notice on Node 20 about its future Node 22 requirement; rekey
+// supports Node 20 and keeps stderr to one line per problem. A user's explicit setting wins.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 const CURRENT = 'AWSCURRENT';
 const PENDING = 'AWSPENDING';
 const PREVIOUS = 'AWSPREVIOUS';
