@@ -1,6 +1,6 @@
 import type { PostgresTargetConfig } from '../config/schema.js';
 import { initDb, postgresDdl } from '../targets/postgres-sql.js';
-import { safeUrl } from '../rotation/engine.js';
+import { safeUrl } from '../util/url.js';
 import { RekeyError } from '../util/errors.js';
 import { CONFIG_HELP, CONFIG_OPTIONS, type Command } from './command.js';
 import { readConfig } from './context.js';

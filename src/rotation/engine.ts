@@ -15,6 +15,7 @@ import { createTarget as defaultCreateTarget, loadTargetKinds } from '../targets
 import { fingerprint as fingerprintOf } from '../token/encoding.js';
 import { RekeyError, describeForeign, type ErrorCode, type ExitCode } from '../util/errors.js';
 import { mapLimit } from '../util/limit.js';
+import { safeUrl } from '../util/url.js';
 import { Secret, redact } from '../util/secret.js';
 import { faultPoint } from './fault.js';
 import { runHook, runVerify } from './hooks.js';
@@ -549,15 +550,5 @@ export function describeConfig(t: Policy['targets'][number]): string {
       return `exec ${t.command[0]}`;
     case 'webhook':
       return `webhook ${safeUrl(t.url)}`;
-  }
-}
-
-/** A URL without userinfo, query or fragment: those may carry credentials. */
-export function safeUrl(u: string): string {
-  try {
-    const url = new URL(u);
-    return `${url.protocol}//${url.host}${url.pathname === '/' ? '' : url.pathname}`;
-  } catch {
-    return '(invalid url)';
   }
 }

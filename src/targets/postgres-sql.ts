@@ -6,6 +6,7 @@
 import pg from 'pg';
 import { RekeyError } from '../util/errors.js';
 import { redact, registerSecret } from '../util/secret.js';
+import { registerUrlPassword } from '../util/url.js';
 
 export interface PostgresColumns {
   name: string;
@@ -107,12 +108,7 @@ export interface ParsedUrl {
  * the redaction registry; if the URL is malformed we say so without echoing it.
  */
 export function parsePostgresUrl(url: string, what = 'postgres target'): ParsedUrl {
-  // The raw userinfo (before the last "@" of the authority) may hold an unencoded password.
-  const afterScheme = url.replace(/^[a-z]+:\/\//i, '');
-  const at = afterScheme.lastIndexOf('@');
-  const rawUserinfo = at >= 0 ? afterScheme.slice(0, at) : '';
-  const rawPassword = rawUserinfo.includes(':') ? rawUserinfo.slice(rawUserinfo.indexOf(':') + 1) : '';
-  if (rawPassword) registerSecret(rawPassword);
+  const rawPassword = registerUrlPassword(url);
   let u: URL;
   try {
     u = new URL(url);

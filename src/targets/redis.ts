@@ -17,6 +17,7 @@ import type { RedisTargetConfig } from '../config/schema.js';
 import { RekeyError } from '../util/errors.js';
 import { redact, registerSecret } from '../util/secret.js';
 import type { RetireContext, RotationContext, Snapshot, Target, TargetEnv } from './contract.js';
+import { registerUrlPassword } from '../util/url.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -124,11 +125,7 @@ interface ParsedRedisUrl {
 }
 
 function parseRedisUrl(url: string, what: string): ParsedRedisUrl {
-  const afterScheme = url.replace(/^[a-z]+:\/\//i, '');
-  const at = afterScheme.lastIndexOf('@');
-  const rawUserinfo = at >= 0 ? afterScheme.slice(0, at) : '';
-  const rawPassword = rawUserinfo.includes(':') ? rawUserinfo.slice(rawUserinfo.indexOf(':') + 1) : '';
-  if (rawPassword) registerSecret(rawPassword);
+  const rawPassword = registerUrlPassword(url);
   let u: URL;
   try {
     u = new URL(url);

@@ -11,6 +11,8 @@ import { RekeyError } from '../util/errors.js';
 import { registerSecret } from '../util/secret.js';
 import type { RotationContext, Target, TargetEnv } from './contract.js';
 import { createHttpClient, HttpFailure } from './http.js';
+import { sleep } from '../util/limit.js';
+import { safeUrl } from '../util/url.js';
 
 export interface WebhookOptions {
   /** CA certificates (PEM) trusted instead of the default roots for https:// URLs. A test hook: the tests use it for their self-signed receiver. */
@@ -19,16 +21,10 @@ export interface WebhookOptions {
   retryBaseMs?: number;
 }
 
-/** The URL without userinfo, query string or fragment: those may carry credentials. */
-function safeUrl(url: URL): string {
-  return `${url.protocol}//${url.host}${url.pathname}`;
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export function createWebhookTarget(config: WebhookTargetConfig, env: TargetEnv, options: WebhookOptions = {}): Target {
   const url = new URL(config.url);
-  const description = `webhook ${safeUrl(url)}`;
+  const description = `webhook ${safeUrl(config.url)}`;
   const retryBaseMs = options.retryBaseMs ?? 200;
   const client = createHttpClient({ timeoutMs: config.timeoutMs, ...(options.ca !== undefined ? { ca: options.ca } : {}) });
 
