@@ -11,6 +11,7 @@ import path from 'node:path';
 import { RekeyError } from '../util/errors.js';
 import { formatDuration } from '../util/duration.js';
 import type { AcquireOptions, LockHandle, LockOwner, LockProvider } from './lock.js';
+import { fsError } from '../util/fs-atomic.js';
 
 /** readOwner's stand-in pid for a lock file that exists but is still empty or torn (being written). */
 const WRITING_PID = 0x7fffffff;
@@ -285,8 +286,8 @@ function takingOver(name: string, stale: LockOwner, waitMs: number | undefined):
 }
 
 function lockError(e: unknown, file: string): RekeyError {
-  const code = (e as { code?: string }).code ?? 'error';
-  return new RekeyError('STATE_UNWRITABLE', `cannot use lock file ${file} (${code})`);
+  // The state directory cannot hold a lock: an environment problem (exit 3), said plainly.
+  return new RekeyError('STATE_UNWRITABLE', `${fsError(e, `lock file ${file}`, 'use').message}; check the state directory (state.dir or REKEY_STATE_DIR)`);
 }
 
 function sleep(ms: number): Promise<void> {
