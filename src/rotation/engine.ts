@@ -220,8 +220,26 @@ export class Engine {
   }
 
   #targets(policy: Policy): Target[] {
-    const env: TargetEnv = { policy: policy.name, env: this.#d.env, log: this.#d.log };
+    const env: TargetEnv = { policy: policy.name, env: this.#d.env, log: this.#d.log, lockFile: (file) => this.#lockFile(file, policy.name) };
     return policy.targets.map((t) => this.#d.createTarget(t, env));
+  }
+
+  /**
+   * A file shared by policies (two keys of one env file) is locked across rekey processes for
+   * each read-modify-write, in the state's lock directory: the daemon rotating one policy and
+   * rotate-now another can then never lose each other's line.
+   */
+  async #lockFile(file: string, policy: string): Promise<() => Promise<void>> {
+    const name = `.file-${createHash('sha256').update(file).digest('hex').slice(0, 24)}`;
+    try {
+      const h = await this.#d.locks.acquire(name, { waitMs: 10_000, purpose: `write ${file} (${policy})` });
+      return () => h.release();
+    } catch (e) {
+      if (e instanceof RekeyError && e.code === 'LOCKED') {
+        throw new RekeyError('TARGET_TRANSIENT', `${file} is being written by another rekey process; try again`);
+      }
+      throw e;
+    }
   }
 
   async #rotateOne(h: Held, token: Secret, sha256: string): Promise<void> {

@@ -88,6 +88,12 @@ export interface TargetEnv {
   /** The process environment, for allowlists and credentials named by *Env settings. */
   env: NodeJS.ProcessEnv;
   log: Logger;
+  /**
+   * Lock a file against other rekey processes on this host for a read-modify-write (two
+   * policies that share an env file, rotated by the daemon and by rotate-now at once).
+   * Returns the release function. Absent in unit tests of a target alone.
+   */
+  lockFile?: (realPath: string) => Promise<() => Promise<void>>;
 }
 
 export type TargetFactory<C extends TargetConfig = TargetConfig> = (config: C, env: TargetEnv) => Target;

@@ -41,7 +41,7 @@ const decode = (b: Buffer): string => b.toString('latin1');
 const encode = (s: string): Buffer => Buffer.from(s, 'latin1');
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-export function createEnvFileTarget(config: EnvFileTargetConfig, _env: TargetEnv): Target {
+export function createEnvFileTarget(config: EnvFileTargetConfig, env: TargetEnv): Target {
   const file = config.path;
   const key = config.key;
   const previousKey = config.previousKey;
@@ -115,11 +115,15 @@ export function createEnvFileTarget(config: EnvFileTargetConfig, _env: TargetEnv
   };
 
   const lockAndResolve = async <T>(snap: ParsedFileSnapshot, fn: (real: string) => Promise<T>): Promise<T> =>
-    withFileMutex(await mutexKey(snap.meta.realPath), async () => {
-      const real = await resolveWritePath(file, config.followSymlinks, description);
-      conflictIfMoved(real, snap, file, description);
-      return fn(real);
-    });
+    withFileMutex(
+      await mutexKey(snap.meta.realPath),
+      async () => {
+        const real = await resolveWritePath(file, config.followSymlinks, description);
+        conflictIfMoved(real, snap, file, description);
+        return fn(real);
+      },
+      env.lockFile,
+    );
 
   return {
     kind: 'env-file',
@@ -227,7 +231,7 @@ export function createEnvFileTarget(config: EnvFileTargetConfig, _env: TargetEnv
           what: description,
         });
         ctx.log.info({ target: description }, `removed ${previousKey}: grace ended`);
-      });
+      }, env.lockFile);
     },
 
     async readBack(): Promise<string | undefined> {

@@ -9,7 +9,7 @@ import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { RekeyError } from '../util/errors.js';
 import { fsError, fsyncDir, resolveTargetPath, writeFileAtomic } from '../util/fs-atomic.js';
-import type { Snapshot } from './contract.js';
+import type { Snapshot, TargetEnv } from './contract.js';
 
 // ---------------------------------------------------------------------------------------------
 // The mutex
@@ -19,9 +19,10 @@ const tails = new Map<string, Promise<void>>();
 /**
  * Run fn while holding an in-process lock on `key` (a file path). Policies rotating in parallel
  * in one process that share a file take turns at its read-modify-write, so none loses another's
- * update. Waiters run in arrival order. It does not lock against other processes.
+ * update. Waiters run in arrival order. With `lockFile` (from the engine) it also locks the file
+ * against other rekey processes.
  */
-export async function withFileMutex<T>(key: string, fn: () => Promise<T>): Promise<T> {
+export async function withFileMutex<T>(key: string, fn: () => Promise<T>, lockFile?: TargetEnv['lockFile']): Promise<T> {
   const prev = tails.get(key) ?? Promise.resolve();
   let release!: () => void;
   const mine = new Promise<void>((resolve) => {
@@ -31,7 +32,13 @@ export async function withFileMutex<T>(key: string, fn: () => Promise<T>): Promi
   tails.set(key, tail);
   await prev;
   try {
-    return await fn();
+    // Other processes next: taken inside the in-process turn, so one process never waits on itself.
+    const unlock = lockFile ? await lockFile(key) : undefined;
+    try {
+      return await fn();
+    } finally {
+      await unlock?.();
+    }
   } finally {
     release();
     if (tails.get(key) === tail) tails.delete(key);

@@ -37,17 +37,21 @@ function valueOf(bytes: Buffer): Buffer | undefined {
   return end === 0 ? undefined : bytes.subarray(0, end);
 }
 
-export function createFileTarget(config: FileTargetConfig, _env: TargetEnv): Target {
+export function createFileTarget(config: FileTargetConfig, env: TargetEnv): Target {
   const file = config.path;
   const content = config.content;
   const description = `file ${showPath(file)} ${content}`;
 
   const lockAndResolve = async <T>(snap: ParsedFileSnapshot, fn: (real: string) => Promise<T>): Promise<T> =>
-    withFileMutex(await mutexKey(snap.meta.realPath), async () => {
-      const real = await resolveWritePath(file, config.followSymlinks, description);
-      conflictIfMoved(real, snap, file, description);
-      return fn(real);
-    });
+    withFileMutex(
+      await mutexKey(snap.meta.realPath),
+      async () => {
+        const real = await resolveWritePath(file, config.followSymlinks, description);
+        conflictIfMoved(real, snap, file, description);
+        return fn(real);
+      },
+      env.lockFile,
+    );
 
   const currentValue = async (): Promise<Buffer | undefined> => {
     const real = await resolveWritePath(file, config.followSymlinks, description);
