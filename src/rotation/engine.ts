@@ -351,7 +351,7 @@ export class Engine {
 
   /** Undo every staged target, newest first; keep the journal if any undo fails so recover can retry. */
   async #rollback(h: Held, rec: JournalRecord, staged: Target[], snaps: Snapshot[], ctx: RotationContext, cause: unknown): Promise<void> {
-    const { policy, outcome } = h;
+    const { policy } = h;
     if (rec.phase !== 'begin') rec = await this.journal.setPhase(rec, 'begin');
     const failures: string[] = [];
     for (let i = staged.length - 1; i >= 0; i--) {

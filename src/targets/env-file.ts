@@ -22,7 +22,6 @@ import {
   setEnvValue,
 } from './env-text.js';
 import {
-  conflictIfMoved,
   mutexKey,
   ownerOf,
   parseFileSnapshot,
@@ -32,6 +31,7 @@ import {
   showPath,
   takeFileSnapshot,
   withFileMutex,
+  withSnapshotFile,
   writeFileKeepingOwner,
   type ParsedFileSnapshot,
 } from './file-mutex.js';
@@ -114,16 +114,8 @@ export function createEnvFileTarget(config: EnvFileTargetConfig, env: TargetEnv)
     return v ? encode(v) : undefined;
   };
 
-  const lockAndResolve = async <T>(snap: ParsedFileSnapshot, fn: (real: string) => Promise<T>): Promise<T> =>
-    withFileMutex(
-      await mutexKey(snap.meta.realPath),
-      async () => {
-        const real = await resolveWritePath(file, config.followSymlinks, description);
-        conflictIfMoved(real, snap, file, description);
-        return fn(real);
-      },
-      env.lockFile,
-    );
+  const where = { file, followSymlinks: config.followSymlinks, description, lockFile: env.lockFile };
+  const lockAndResolve = <T>(snap: ParsedFileSnapshot, fn: (real: string) => Promise<T>): Promise<T> => withSnapshotFile(where, snap, fn);
 
   return {
     kind: 'env-file',

@@ -3,8 +3,7 @@
  * that keep the file's owner, the snapshot both targets record, and errno explanations.
  * (Kept here rather than in a target module because a target never imports another target.)
  */
-import { randomBytes } from 'node:crypto';
-import { constants, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { RekeyError } from '../util/errors.js';
@@ -214,6 +213,26 @@ export async function takeFileSnapshot(file: string, followSymlinks: boolean, wh
     snap: { meta: { ...meta }, secret: { content: cur ? cur.bytes.toString('base64') : null } },
     parsed: { meta, old: cur?.bytes },
   };
+}
+
+/**
+ * Run a write step of a file target: take the file's locks (in-process, then across processes),
+ * resolve the path again and refuse it if it now names another file than the snapshot's.
+ */
+export async function withSnapshotFile<T>(
+  target: { file: string; followSymlinks: boolean; description: string; lockFile: TargetEnv['lockFile'] },
+  snap: ParsedFileSnapshot,
+  fn: (real: string) => Promise<T>,
+): Promise<T> {
+  return withFileMutex(
+    await mutexKey(snap.meta.realPath),
+    async () => {
+      const real = await resolveWritePath(target.file, target.followSymlinks, target.description);
+      conflictIfMoved(real, snap, target.file, target.description);
+      return fn(real);
+    },
+    target.lockFile,
+  );
 }
 
 /** Read a snapshot back (possibly from the journal, after JSON); refuse an incomplete one. */

@@ -11,8 +11,6 @@ import { sweepDeadTemps } from '../util/fs-atomic.js';
 import { Secret } from '../util/secret.js';
 import type { RetireContext, RotationContext, Snapshot, Target, TargetEnv } from './contract.js';
 import {
-  conflictIfMoved,
-  mutexKey,
   ownerOf,
   parseFileSnapshot,
   readCurrent,
@@ -20,7 +18,7 @@ import {
   resolveWritePath,
   showPath,
   takeFileSnapshot,
-  withFileMutex,
+  withSnapshotFile,
   writeFileKeepingOwner,
   type ParsedFileSnapshot,
 } from './file-mutex.js';
@@ -42,16 +40,8 @@ export function createFileTarget(config: FileTargetConfig, env: TargetEnv): Targ
   const content = config.content;
   const description = `file ${showPath(file)} ${content}`;
 
-  const lockAndResolve = async <T>(snap: ParsedFileSnapshot, fn: (real: string) => Promise<T>): Promise<T> =>
-    withFileMutex(
-      await mutexKey(snap.meta.realPath),
-      async () => {
-        const real = await resolveWritePath(file, config.followSymlinks, description);
-        conflictIfMoved(real, snap, file, description);
-        return fn(real);
-      },
-      env.lockFile,
-    );
+  const where = { file, followSymlinks: config.followSymlinks, description, lockFile: env.lockFile };
+  const lockAndResolve = <T>(snap: ParsedFileSnapshot, fn: (real: string) => Promise<T>): Promise<T> => withSnapshotFile(where, snap, fn);
 
   const currentValue = async (): Promise<Buffer | undefined> => {
     const real = await resolveWritePath(file, config.followSymlinks, description);
